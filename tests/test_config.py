@@ -113,7 +113,15 @@ def test_load_params_errors(tmp_path: Path) -> None:
 
 
 def test_grid_and_include_union_without_duplicates() -> None:
-    grid = {"loss": ["simsiam"], "activation": ["relu", "swish"], "depth": [2], "batchnorm": [False], "init": ["collapsed"], "lr": [0.05], "seed": [0, 1]}
+    grid = {
+        "loss": ["simsiam"],
+        "activation": ["relu", "swish"],
+        "depth": [2],
+        "batchnorm": [False],
+        "init": ["collapsed"],
+        "lr": [0.05],
+        "seed": [0, 1],
+    }
     include = [
         {"loss": "simsiam", "activation": "relu", "depth": 2, "batchnorm": False, "init": "collapsed", "lr": 0.05, "seed": 0},
         {"loss": "vicreg", "activation": "gelu", "depth": 3, "batchnorm": True, "init": "normal", "lr": 0.5, "seed": 2},
@@ -165,4 +173,6 @@ def test_schedule_is_dense_then_sparse() -> None:
 
 def test_readme_lists_every_key() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert schema_reference() in readme, "README.md's params reference is stale: paste `geomhead params-doc` into it"
+    start, end = "<!-- params:start -->\n", "\n<!-- params:end -->"
+    table = readme[readme.index(start) + len(start) : readme.index(end)]
+    assert table == schema_reference(), "README.md's params reference is stale: paste `geomhead params-doc` between the markers"

@@ -119,7 +119,7 @@ def _leaf_errors(errors: Iterator[jsonschema.ValidationError]) -> list[jsonschem
 def _semantic_errors(params: Mapping[str, Any]) -> list[str]:
     """Checks that JSON Schema cannot express (cross-key constraints)."""
     errors = []
-    for name in ("scale", "brightness", "contrast", "crop_scale"):
+    for name in ("scale", "brightness", "contrast", "crop_scale", "crop_ratio"):
         lo, hi = params["augment"][name]
         if lo > hi:
             errors.append(f"augment.{name}: [{lo}, {hi}] must be [low, high] with low <= high")
@@ -191,10 +191,7 @@ class Run:
     @property
     def id(self) -> str:
         """Readable, stable id, e.g. ``simsiam-swish-d2-bn0-collapsed-lr0.05-s0``."""
-        return (
-            f"{self.loss}-{self.activation}-d{self.depth}-bn{int(self.batchnorm)}-"
-            f"{self.init}-lr{format_lr(self.lr)}-s{self.seed}"
-        )
+        return f"{self.loss}-{self.activation}-d{self.depth}-bn{int(self.batchnorm)}-{self.init}-lr{format_lr(self.lr)}-s{self.seed}"
 
     def as_dict(self) -> dict[str, Any]:
         """The seven sweep keys as plain values."""
@@ -210,7 +207,7 @@ def expand_runs(params: Mapping[str, Any]) -> list[Run]:
     combos: list[dict[str, Any]] = []
     grid = sweep.get("grid")
     if grid:
-        combos += [dict(zip(SWEEP_KEYS, values)) for values in itertools.product(*(grid[k] for k in SWEEP_KEYS))]
+        combos += [dict(zip(SWEEP_KEYS, values, strict=True)) for values in itertools.product(*(grid[k] for k in SWEEP_KEYS))]
     combos += list(sweep.get("include") or [])
     runs: dict[str, Run] = {}
     for combo in combos:
@@ -302,7 +299,7 @@ def schema_reference() -> str:
             if sub.get("properties"):
                 walk(sub, key + ".")
             if sub.get("items", {}).get("properties"):
-                walk(sub["items"], key + "[]." )
+                walk(sub["items"], key + "[].")
 
     walk(load_schema(), "")
     return "\n".join(lines)
