@@ -145,3 +145,32 @@ def test_killed_run_resumes_bitwise(tiny_params: dict, digits_npz: Path, tmp_pat
         xr.open_dataset(tmp_path / "straight" / "out" / "dynamics.nc") as b,
     ):
         xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
+
+
+@pytest.mark.parametrize(
+    ("loss", "backbone", "batchnorm", "depth"),
+    [
+        ("byol", "mlp", True, 3),
+        ("ntxent", "resnet_small", False, 1),
+        ("barlow", "vit_small", True, 2),
+        ("infonce", "mlp", False, 2),
+    ],
+)
+def test_every_loss_backbone_and_head_trains(
+    tiny_params: dict, digits_npz: Path, tmp_path: Path, loss: str, backbone: str, batchnorm: bool, depth: int
+) -> None:
+    params = copy.deepcopy(tiny_params)
+    params["train"].update(steps=4, batch_size=32)
+    params["schedule"].update(dense_until=4, dense_every=2, every=2)
+    params["model"].update(backbone=backbone, backbone_width=8, z_dim=16 if backbone != "vit_small" else 12)
+    params["sweep"] = {
+        "grid": None,
+        "include": [{"loss": loss, "activation": "gelu", "depth": depth, "batchnorm": batchnorm, "init": "normal", "lr": 0.05, "seed": 0}],
+    }
+    run_id = f"{loss}-gelu-d{depth}-bn{int(batchnorm)}-normal-lr0.05-s0"
+    paths = _train(params, run_id, digits_npz, tmp_path)
+    with xr.open_dataset(paths.dynamics) as ds:
+        assert ds["loss_value"].notnull().all()
+        assert bool(ds["grad_norm"].sel(group="predictor").notnull().any()) == (loss == "byol")
+    state = torch_load(paths.model)
+    assert ("target_projector" in state) == (loss == "byol")

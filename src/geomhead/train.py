@@ -219,16 +219,24 @@ class Trainer:
         torch_save(snap, folder / f"step_{step:08d}.pt")
 
     # ----- metrics -----------------------------------------------------------------------------
-    def record(self, step: int, loss: Tensor, out: dict[str, Tensor]) -> DynamicsRecord:
-        """Forward-pass metrics of a logged step (gradients and updates are filled in later)."""
+    def spectra(self) -> tuple[Tensor, Tensor]:
+        """Covariance spectra (projector, backbone) of the spectrum set at the current weights.
+
+        Run before the training forward pass: restoring BatchNorm buffers afterwards would bump
+        the version of tensors that autograd saved for the backward pass.
+        """
         z_spec, h_spec = _features(self.model, self.spectrum_x, self.batch_size)
+        return covariance_spectrum(h_spec), covariance_spectrum(z_spec)
+
+    def record(self, step: int, loss: Tensor, out: dict[str, Tensor], spectra: tuple[Tensor, Tensor]) -> DynamicsRecord:
+        """Forward-pass metrics of a logged step (gradients and updates are filled in later)."""
         rec = DynamicsRecord(
             step=step,
             loss=float(loss.detach()),
             proj_std=float(normalized_std(torch.cat([out["h1"], out["h2"]]))),
             z_std=float(normalized_std(torch.cat([out["z1"], out["z2"]]))),
-            proj_eigenvalues=covariance_spectrum(h_spec).cpu().numpy(),
-            z_eigenvalues=covariance_spectrum(z_spec).cpu().numpy(),
+            proj_eigenvalues=spectra[0].cpu().numpy(),
+            z_eigenvalues=spectra[1].cpu().numpy(),
         )
         self.records.append(rec)
         return rec
@@ -254,6 +262,8 @@ class Trainer:
 
     def train_step(self, step: int) -> None:
         """Update ``step + 1``: forward, loss, NaN guard, backward, SGD step, EMA, logging."""
+        logged = step in self.logged
+        spectra = self.spectra() if logged else None
         x1, x2 = self.batch(step)
         out = self.model(x1, x2)
         loss = self.loss(out)
@@ -261,8 +271,7 @@ class Trainer:
             ckpt = self.paths.resume / CHECKPOINT
             kept = f"last good checkpoint kept at {ckpt}" if ckpt.is_file() else "no checkpoint was written yet"
             raise TrainingDivergedError(f"run {self.run_id}: loss is {float(loss.detach())} at step {step}; {kept}")
-        logged = step in self.logged
-        rec = self.record(step, loss, out) if logged else None
+        rec = self.record(step, loss, out, spectra) if spectra is not None else None
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         before = {}
@@ -282,10 +291,11 @@ class Trainer:
         """Metrics and snapshot of the final state (step = steps): forward and gradient, no update."""
         if self.steps in self.snapshot_at:
             self.save_snapshot(self.steps)
+        spectra = self.spectra()
         x1, x2 = self.batch(self.steps)
         out = self.model(x1, x2)
         loss = self.loss(out)
-        rec = self.record(self.steps, loss, out)
+        rec = self.record(self.steps, loss, out, spectra)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         for group in GROUPS:
