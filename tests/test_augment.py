@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from geomhead import augment as A
-from geomhead.augment import PARAM_NAMES, AugmentConfig, AugmentNoise
+from geomhead.augment import PARAM_NAMES, AugmentConfig, AugmentNoise, apply, apply_native, sample_params
 
 F64 = torch.float64
 GEOMETRIC = ("angle", "tx", "ty", "log_scale", "log_aspect")
@@ -414,3 +414,15 @@ def test_cuda_views_and_tangents():
     torch.testing.assert_close(gpu[0].cpu(), cpu[0], rtol=0, atol=1e-5)
     t = A.tangent(lambda y: y.sum(dim=(1, 2, 3)), x.double(), "angle")
     assert t.device == x.device and t.shape == (4,)
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("padding_mode", ["reflection", "border", "zeros"])
+def test_native_resampling_equals_differentiable_apply(interpolation: str, padding_mode: str) -> None:
+    cfg = AugmentConfig(rotation_deg=40.0, translate=0.2, scale=(0.7, 1.3), hflip=0.5, crop_scale=(0.5, 1.0))
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(16, 3, 12, 10, dtype=torch.float64, generator=gen)
+    params, noise = sample_params(cfg, 16, gen, image_shape=(3, 12, 10), dtype=torch.float64)
+    exact = apply(x, params, noise, interpolation=interpolation, padding_mode=padding_mode)
+    native = apply_native(x, params, noise, interpolation=interpolation, padding_mode=padding_mode)
+    torch.testing.assert_close(native, exact, rtol=0, atol=1e-10)

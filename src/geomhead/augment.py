@@ -50,6 +50,7 @@ __all__ = [
     "AugmentNoise",
     "affine_theta",
     "apply",
+    "apply_native",
     "augment",
     "identity_params",
     "paper_cifar_config",
@@ -362,7 +363,11 @@ def apply(
     ix = a11 * du + a12 * dv + cx  # (B, H, W) input column coordinate
     iy = a21 * du + a22 * dv + cy  # (B, H, W) input row coordinate
     y = _resample(x, ix, iy, interpolation, padding_mode)
+    return _photometric(y, params, noise, clamp)
 
+
+def _photometric(y: Tensor, params: Mapping[str, Tensor], noise: AugmentNoise | None, clamp: bool) -> Tensor:
+    """Brightness, contrast, noise and optional clamp (the module docstring's formulas)."""
     gain = torch.exp(params["brightness"])[:, None, None, None]
     y = y * gain
     k = torch.exp(params["contrast"])[:, None, None, None]
@@ -375,20 +380,45 @@ def apply(
     return y
 
 
-def augment(x: Tensor, cfg: AugmentConfig, generator: torch.Generator) -> Tensor:
-    """One random view of every image: :func:`sample_params` then :func:`apply` with ``cfg``'s options.
+def apply_native(
+    x: Tensor,
+    params: Mapping[str, Tensor],
+    noise: AugmentNoise | None = None,
+    *,
+    interpolation: Interpolation = "bilinear",
+    padding_mode: PaddingMode = "reflection",
+    clamp: bool = False,
+) -> Tensor:
+    """:func:`apply` through ``F.affine_grid`` + ``F.grid_sample``: the same transform (equal to
+    float rounding), several times faster, differentiable in reverse mode only (no ``jvp``).
+
+    Training draws its views with it; analyses that take tangents use :func:`apply`.
+    """
+    _check_images(x)
+    _check_params(params, x)
+    theta = affine_theta(params, tuple(x.shape[1:]), None if noise is None else noise.flip)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    y = torch.nn.functional.grid_sample(x, grid, mode=interpolation, padding_mode=padding_mode, align_corners=False)
+    return _photometric(y, params, noise, clamp)
+
+
+def augment(x: Tensor, cfg: AugmentConfig, generator: torch.Generator, *, native: bool = True) -> Tensor:
+    """One random view of every image: :func:`sample_params` then the transform with ``cfg``'s options.
 
     Args:
         x: Images ``(B, C, H, W)``.
         cfg: Augmentation distribution and options.
         generator: Source of randomness (may live on another device than ``x``).
+        native: Resample with ``grid_sample`` (:func:`apply_native`, fast, reverse mode only) instead
+            of :func:`apply` (forward- and reverse-mode differentiable).
 
     Returns:
         The augmented batch.
     """
     _check_images(x)
     params, noise = sample_params(cfg, x.shape[0], generator, image_shape=tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
-    return apply(x, params, noise, interpolation=cfg.interpolation, padding_mode=cfg.padding_mode, clamp=cfg.clamp)
+    transform = apply_native if native else apply
+    return transform(x, params, noise, interpolation=cfg.interpolation, padding_mode=cfg.padding_mode, clamp=cfg.clamp)
 
 
 def two_views(x: Tensor, cfg: AugmentConfig, generator: torch.Generator) -> tuple[Tensor, Tensor]:
