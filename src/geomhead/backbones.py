@@ -20,6 +20,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
+from geomhead.checks import positive_int
+
 __all__ = [
     "BACKBONES",
     "RESNET18_Z_DIM",
@@ -36,18 +38,11 @@ BACKBONES: tuple[str, ...] = ("mlp", "resnet_small", "resnet18", "vit_small")
 RESNET18_Z_DIM: int = 512
 
 
-def _check_positive_int(name: str, value: object) -> int:
-    """Return ``value`` if it is a positive int (bools excluded), else raise a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
 def _check_image_shape(image_shape: object) -> tuple[int, int, int]:
     """Validate an image shape ``(C, H, W)`` of positive ints and return it as a tuple."""
     if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3:
         raise ValueError(f"image_shape must be a (C, H, W) tuple of 3 positive ints, got {image_shape!r}")
-    c, h, w = (_check_positive_int(f"image_shape[{i}]", v) for i, v in enumerate(image_shape))
+    c, h, w = (positive_int(f"image_shape[{i}]", v) for i, v in enumerate(image_shape))
     return c, h, w
 
 
@@ -66,8 +61,8 @@ class MLPBackbone(nn.Module):
         super().__init__()
         c, h, w = _check_image_shape(image_shape)
         self.image_shape = (c, h, w)
-        self.z_dim = _check_positive_int("z_dim", z_dim)
-        self.width = _check_positive_int("width", width)
+        self.z_dim = positive_int("z_dim", z_dim)
+        self.width = positive_int("width", width)
         self.net = nn.Sequential(
             nn.Flatten(),
             nn.Linear(c * h * w, width),
@@ -125,8 +120,8 @@ class SmallResNet(nn.Module):
         super().__init__()
         c, h, w = _check_image_shape(image_shape)
         self.image_shape = (c, h, w)
-        self.z_dim = _check_positive_int("z_dim", z_dim)
-        self.width = _check_positive_int("width", width)
+        self.z_dim = positive_int("z_dim", z_dim)
+        self.width = positive_int("width", width)
         self.stem = nn.Sequential(nn.Conv2d(c, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
         self.block1 = _BasicBlock(width, width)
         self.block2 = _BasicBlock(width, z_dim)
@@ -149,7 +144,7 @@ def resnet18_cifar(in_channels: int = 3) -> nn.Module:
     Returns:
         The ResNet, with attribute ``z_dim = 512``.
     """
-    _check_positive_int("in_channels", in_channels)
+    positive_int("in_channels", in_channels)
     model = torchvision.models.resnet18(weights=None)
     model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
@@ -179,7 +174,7 @@ def default_num_heads(dim: int) -> int:
 
     Gives 3 heads for dim 192 (the paper's ViT) and 6 for 384 (ViT-S).
     """
-    _check_positive_int("dim", dim)
+    positive_int("dim", dim)
     for heads in range(max(1, dim // 64), 0, -1):
         if dim % heads == 0:
             return heads
@@ -214,14 +209,12 @@ class SmallViT(nn.Module):
         super().__init__()
         c, h, w = _check_image_shape(image_shape)
         self.image_shape = (c, h, w)
-        self.z_dim = _check_positive_int("dim", dim)
-        self.depth = _check_positive_int("depth", depth)
-        heads = default_num_heads(dim) if num_heads is None else _check_positive_int("num_heads", num_heads)
+        self.z_dim = positive_int("dim", dim)
+        self.depth = positive_int("depth", depth)
+        heads = default_num_heads(dim) if num_heads is None else positive_int("num_heads", num_heads)
         if dim % heads:
             raise ValueError(f"num_heads={heads} must divide dim={dim}")
-        patch = default_patch_size(self.image_shape) if patch_size is None else _check_positive_int(
-            "patch_size", patch_size
-        )
+        patch = default_patch_size(self.image_shape) if patch_size is None else positive_int("patch_size", patch_size)
         if h % patch or w % patch:
             raise ValueError(f"patch_size={patch} must divide the image height {h} and width {w}")
         self.num_heads = heads
@@ -270,8 +263,8 @@ def build_backbone(name: str, image_shape: tuple[int, int, int], z_dim: int, wid
     if name not in BACKBONES:
         raise ValueError(f"backbone name must be one of {BACKBONES}, got {name!r}")
     shape = _check_image_shape(image_shape)
-    _check_positive_int("z_dim", z_dim)
-    _check_positive_int("width", width)
+    positive_int("z_dim", z_dim)
+    positive_int("width", width)
     if name == "mlp":
         return MLPBackbone(shape, z_dim, width)
     if name == "resnet_small":
@@ -279,9 +272,7 @@ def build_backbone(name: str, image_shape: tuple[int, int, int], z_dim: int, wid
     if name == "resnet18":
         if z_dim != RESNET18_Z_DIM:
             raise ValueError(
-                f"z_dim must be {RESNET18_Z_DIM} for backbone 'resnet18' (torchvision's pooled features, "
-                f"no extra Linear), got {z_dim}"
+                f"z_dim must be {RESNET18_Z_DIM} for backbone 'resnet18' (torchvision's pooled features, no extra Linear), got {z_dim}"
             )
         return resnet18_cifar(in_channels=shape[0])
     return SmallViT(shape, dim=z_dim)
-

@@ -18,6 +18,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from geomhead.checks import positive_int
+
 __all__ = [
     "ACTIVATIONS",
     "MAX_DEPTH",
@@ -31,13 +33,6 @@ __all__ = [
 
 ACTIVATIONS: tuple[str, ...] = ("linear", "relu", "gelu", "swish")
 MAX_DEPTH: int = 3
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    """Return ``value`` if it is a positive int (bools excluded), else raise a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def activation(name: str) -> nn.Module:
@@ -89,9 +84,9 @@ class ProjectionHead(nn.Module):
         bias: bool = False,
     ) -> None:
         super().__init__()
-        _check_positive_int("in_dim", in_dim)
-        _check_positive_int("hidden_dim", hidden_dim)
-        _check_positive_int("out_dim", out_dim)
+        positive_int("in_dim", in_dim)
+        positive_int("hidden_dim", hidden_dim)
+        positive_int("out_dim", out_dim)
         if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH:
             raise ValueError(f"depth must be one of {tuple(range(1, MAX_DEPTH + 1))}, got {depth!r}")
         if activation not in ACTIVATIONS:
