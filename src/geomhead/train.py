@@ -12,6 +12,7 @@ run (on CPU), because every random draw comes from a generator derived from (see
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -322,6 +323,8 @@ class Trainer:
             self.paths.model,
         )
         shutil.rmtree(self.paths.resume, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the shared parent, once no run is unfinished
+            self.paths.resume.parent.rmdir()
 
 
 def pretrain(
