@@ -27,6 +27,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/dynamics.smk"
+include: "workflow/rules/analysis.smk"
 
 
 rule all:
@@ -35,4 +36,6 @@ rule all:
         "results/metrics/dynamics.json",
         "results/figures/collapse.png",
         "results/figures/collapse.pdf",
+        "results/geometry.nc",
+        "results/metrics/geometry.json",
     default_target: True

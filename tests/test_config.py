@@ -176,3 +176,9 @@ def test_readme_lists_every_key() -> None:
     start, end = "<!-- params:start -->\n", "\n<!-- params:end -->"
     table = readme[readme.index(start) + len(start) : readme.index(end)]
     assert table == schema_reference(), "README.md's params reference is stale: paste `geomhead params-doc` between the markers"
+
+
+def test_analysis_defaults_match_the_library() -> None:
+    from geomhead.geometry import AnalysisSettings
+
+    assert AnalysisSettings.from_dict(validate_params({})["analysis"]) == AnalysisSettings()

@@ -43,7 +43,15 @@ def test_use_conda_without_conda_stops_with_one_line(tmp_path: Path) -> None:
 
 def test_tiny_chain_produces_labelled_cube_and_figures(tiny_workdir_results: Path) -> None:
     results = tiny_workdir_results / "results"
-    for name in ("dynamics.nc", "metrics/dynamics.json", "figures/collapse.png", "figures/collapse.pdf", "data/digits.npz"):
+    for name in (
+        "dynamics.nc",
+        "metrics/dynamics.json",
+        "figures/collapse.png",
+        "figures/collapse.pdf",
+        "data/digits.npz",
+        "geometry.nc",
+        "metrics/geometry.json",
+    ):
         assert (results / name).is_file(), name
     with xr.open_dataset(results / "dynamics.nc") as cube:
         assert cube.sizes["config"] == 5
@@ -90,3 +98,14 @@ def test_changing_one_run_setting_reruns_only_what_depends_on_it(tiny_workdir_re
     assert "pretrain" in out and "prepare" not in out
     dry = snakemake(work, "--cores", "2", "-n")
     assert dry.stdout.count("rule pretrain:") == 1, dry.stdout
+
+
+def test_changing_analysis_settings_reruns_only_the_analysis(tiny_workdir_results: Path, tmp_path: Path) -> None:
+    work = tmp_path / "copy"
+    shutil.copytree(tiny_workdir_results, work, symlinks=True)
+    params = (work / "params.yaml").read_text()
+    (work / "params.yaml").write_text(params.replace("probe_seeds: 2", "probe_seeds: 3"))
+    dry = snakemake(work, "--cores", "2", "-n")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.count("rule analyze:") == 5
+    assert "rule pretrain:" not in dry.stdout and "rule combine_dynamics:" not in dry.stdout

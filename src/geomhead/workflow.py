@@ -54,9 +54,9 @@ def gpu_count(config: Mapping[str, Any]) -> int:
     return int(torch.cuda.is_available())
 
 
-def pretrain_params_json(config: Mapping[str, Any]) -> str:
-    """The sections that pretraining depends on, as canonical JSON (provenance of dynamics.nc)."""
-    return json.dumps({k: config[k] for k in PRETRAIN_SECTIONS}, sort_keys=True)
+def params_json(config: Mapping[str, Any], *sections: str) -> str:
+    """The sections pretraining depends on, plus ``sections``, as canonical JSON (provenance of a cube)."""
+    return json.dumps({k: config[k] for k in (*PRETRAIN_SECTIONS, *sections)}, sort_keys=True)
 
 
 @contextlib.contextmanager

@@ -1,7 +1,7 @@
 import re
 
 from geomhead.config import expand_runs, run_config
-from geomhead.workflow import expose_library, gpu_count, pretrain_params_json
+from geomhead.workflow import expose_library, gpu_count, params_json
 
 # Scripts import the library from src/ (no install needed inside a --use-conda environment).
 expose_library(Path(workflow.basedir) / "src")

@@ -4,7 +4,7 @@ rule combine_dynamics:
     output:
         "results/dynamics.nc",
     params:
-        params_json=pretrain_params_json(config),
+        params_json=params_json(config),
     log:
         "logs/combine_dynamics.log",
     conda:

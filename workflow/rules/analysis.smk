@@ -1,0 +1,47 @@
+rule analyze:
+    input:
+        model="results/runs/{run}/model.pt",
+        snapshots="results/runs/{run}/snapshots",
+        data=DATA,
+    output:
+        "results/analysis/{run}/geometry.nc",
+    params:
+        settings=config["analysis"],
+    log:
+        "logs/analyze/{run}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/geomhead.yaml"
+    script:
+        "../scripts/analyze.py"
+
+
+rule combine_geometry:
+    input:
+        expand("results/analysis/{run}/geometry.nc", run=RUNS),
+    output:
+        "results/geometry.nc",
+    params:
+        params_json=params_json(config, "analysis"),
+    log:
+        "logs/combine_geometry.log",
+    conda:
+        "../envs/geomhead.yaml"
+    script:
+        "../scripts/combine_geometry.py"
+
+
+rule geometry_metrics:
+    input:
+        "results/geometry.nc",
+    output:
+        "results/metrics/geometry.json",
+    log:
+        "logs/geometry_metrics.log",
+    conda:
+        "../envs/geomhead.yaml"
+    script:
+        "../scripts/geometry_metrics.py"
