@@ -27,6 +27,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/dynamics.smk"
+include: "workflow/rules/curvature.smk"
 include: "workflow/rules/analysis.smk"
 
 
@@ -36,6 +37,7 @@ rule all:
         "results/metrics/dynamics.json",
         "results/figures/collapse.png",
         "results/figures/collapse.pdf",
+        "results/curvature.nc",
         "results/geometry.nc",
         "results/metrics/geometry.json",
     default_target: True

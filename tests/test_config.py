@@ -182,3 +182,16 @@ def test_analysis_defaults_match_the_library() -> None:
     from geomhead.geometry import AnalysisSettings
 
     assert AnalysisSettings.from_dict(validate_params({})["analysis"]) == AnalysisSettings()
+
+
+def test_curvature_defaults_match_the_library() -> None:
+    import inspect
+
+    from geomhead.curvature import curvature_of_run
+
+    defaults = {k: v.default for k, v in inspect.signature(curvature_of_run).parameters.items() if v.default is not inspect.Parameter.empty}
+    section = validate_params({})["curvature"]
+    assert set(section) == set(defaults)
+    for key, value in section.items():
+        library = defaults[key]
+        assert (list(library) if isinstance(library, tuple) else library) == value, key

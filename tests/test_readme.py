@@ -33,11 +33,21 @@ def test_quickstart_is_two_commands_and_ci_runs_them() -> None:
         assert step.split(" -e ")[0].split()[0] in ci
 
 
-def test_dynamics_snippet_runs(tiny_workdir_results: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("dynamics", ["activation", "swish"]),
+        ("curvature", ["simsiam-swish-d2-bn0-collapsed-lr0.05-s0", "step"]),
+        ("geometry", ["linear", "mlp", "total"]),
+    ],
+)
+def test_snippet_runs_on_pipeline_output(
+    name: str, expected: list[str], tiny_workdir_results: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tiny_workdir_results)
-    code = snippet("dynamics")
-    script = tiny_workdir_results / "snippet.py"
-    script.write_text(code)
+    script = tiny_workdir_results / f"snippet_{name}.py"
+    script.write_text(snippet(name))
     runpy.run_path(str(script), run_name="__main__")
     out = capsys.readouterr().out
-    assert "activation" in out and "swish" in out
+    for needle in expected:
+        assert needle in out, (needle, out)

@@ -109,3 +109,15 @@ def test_changing_analysis_settings_reruns_only_the_analysis(tiny_workdir_result
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.count("rule analyze:") == 5
     assert "rule pretrain:" not in dry.stdout and "rule combine_dynamics:" not in dry.stdout
+
+
+def test_changing_curvature_settings_reruns_only_curvature(tiny_workdir_results: Path, tmp_path: Path) -> None:
+    work = tmp_path / "copy"
+    shutil.copytree(tiny_workdir_results, work, symlinks=True)
+    params = (work / "params.yaml").read_text()
+    (work / "params.yaml").write_text(params + "curvature: {k: 3}\n")
+    dry = snakemake(work, "--cores", "2", "-n")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.count("rule curvature:") == 5 and "rule combine_curvature:" in dry.stdout
+    for other in ("pretrain", "analyze", "combine_dynamics", "combine_geometry"):
+        assert f"rule {other}:" not in dry.stdout, other

@@ -8,6 +8,7 @@ and ``long_name`` (``"1"`` for dimensionless); sweep keys are separate coordinat
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -92,9 +93,8 @@ def combine(paths: Sequence[str | Path], title: str, params_json: str) -> xr.Dat
     Each file carries its run in the attribute ``run_json`` and its resolved config in
     ``config_json``; they become the ``config`` coordinates and a string variable ``config_json``.
     """
-    import json
 
-    parts, runs, configs = [], [], []
+    parts, runs, configs, attrs_seen = [], [], [], []
     for path in paths:
         with xr.open_dataset(path) as ds:
             ds.load()
@@ -102,6 +102,7 @@ def combine(paths: Sequence[str | Path], title: str, params_json: str) -> xr.Dat
         runs.append(run)
         configs.append(ds.attrs["config_json"])
         parts.append(ds.drop_attrs(deep=False))
+        attrs_seen.append(dict(ds.attrs))
     combined = xr.concat(parts, dim="config", join="outer", combine_attrs="drop_conflicts")
     combined = combined.assign_coords(config_coords(runs))
     combined["config_json"] = (
@@ -111,6 +112,14 @@ def combine(paths: Sequence[str | Path], title: str, params_json: str) -> xr.Dat
     )
     combined.attrs = provenance(title, params_json=params_json)
     return combined
+
+
+def _common_attrs(attrs_list: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Attributes with the same value in every run (e.g. the curvature settings)."""
+    if not attrs_list:
+        return {}
+    first = attrs_list[0]
+    return {k: v for k, v in first.items() if all(k in a and np.array_equal(a[k], v) for a in attrs_list[1:])}
 
 
 def attrs(long_name: str, units: str = "1", **more: str) -> dict[str, str]:
