@@ -121,3 +121,14 @@ def test_changing_curvature_settings_reruns_only_curvature(tiny_workdir_results:
     assert dry.stdout.count("rule curvature:") == 5 and "rule combine_curvature:" in dry.stdout
     for other in ("pretrain", "analyze", "combine_dynamics", "combine_geometry"):
         assert f"rule {other}:" not in dry.stdout, other
+
+
+def test_script_failures_are_written_to_the_rule_log(tmp_path: Path) -> None:
+    from geomhead.workflow import logged
+
+    log = tmp_path / "logs" / "rule.log"
+    with pytest.raises(ZeroDivisionError), logged([str(log)]):
+        print("starting")
+        _ = 1 / 0
+    text = log.read_text()
+    assert "starting" in text and "ZeroDivisionError" in text and "Traceback" in text

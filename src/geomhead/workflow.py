@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import sys
+import traceback
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -61,11 +62,16 @@ def params_json(config: Mapping[str, Any], *sections: str) -> str:
 
 @contextlib.contextmanager
 def logged(log: Any) -> Iterator[None]:
-    """Send stdout and stderr (tqdm included) of a script rule to its log file."""
+    """Send stdout and stderr (tqdm included) of a script rule to its log file; an exception's
+    traceback is written there too before it propagates (so the rule's log says why it failed)."""
     paths = list(log) if log else []
     if not paths:
         yield
         return
     Path(paths[0]).parent.mkdir(parents=True, exist_ok=True)
     with open(paths[0], "a", buffering=1) as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
-        yield
+        try:
+            yield
+        except BaseException:
+            traceback.print_exc(file=handle)
+            raise
