@@ -195,3 +195,16 @@ def test_curvature_defaults_match_the_library() -> None:
     for key, value in section.items():
         library = defaults[key]
         assert (list(library) if isinstance(library, tuple) else library) == value, key
+
+
+def test_grids_add_runs() -> None:
+    one = {"loss": ["vicreg"], "activation": ["relu"], "depth": [2], "batchnorm": [False], "init": ["normal"], "lr": [0.02], "seed": [0, 1]}
+    runs = expand_runs(validate_params({"sweep": {"grid": None, "grids": [one, {**one, "lr": [0.05]}]}}))
+    assert [r.id for r in runs] == [
+        "vicreg-relu-d2-bn0-normal-lr0.02-s0",
+        "vicreg-relu-d2-bn0-normal-lr0.02-s1",
+        "vicreg-relu-d2-bn0-normal-lr0.05-s0",
+        "vicreg-relu-d2-bn0-normal-lr0.05-s1",
+    ]
+    with pytest.raises(ConfigError, match=r"sweep.grids\[0\]"):
+        validate_params({"sweep": {"grids": [{"loss": ["vicreg"]}]}})

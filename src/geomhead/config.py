@@ -132,7 +132,7 @@ def _semantic_errors(params: Mapping[str, Any]) -> list[str]:
     if model["backbone"] == "vit_small" and model["z_dim"] % 4 and model["z_dim"] % 3:
         errors.append(f"model.z_dim: {model['z_dim']} must be divisible by 3 or 4 (ViT attention heads) for backbone vit_small")
     if not expand_runs(params):
-        errors.append("sweep: no runs; give sweep.grid or at least one sweep.include entry")
+        errors.append("sweep: no runs; give sweep.grid, sweep.grids or at least one sweep.include entry")
     return errors
 
 
@@ -199,15 +199,15 @@ class Run:
 
 
 def expand_runs(params: Mapping[str, Any]) -> list[Run]:
-    """All runs of the sweep: the grid product, then the explicit ``include`` list, duplicates dropped.
+    """All runs of the sweep: the grid product, each of ``grids``, then the ``include`` list, duplicates dropped.
 
     Order is stable: grid runs in product order (keys in :data:`SWEEP_KEYS` order), then includes.
     """
     sweep = params.get("sweep", {})
     combos: list[dict[str, Any]] = []
-    grid = sweep.get("grid")
-    if grid:
-        combos += [dict(zip(SWEEP_KEYS, values, strict=True)) for values in itertools.product(*(grid[k] for k in SWEEP_KEYS))]
+    for grid in [sweep.get("grid"), *(sweep.get("grids") or [])]:
+        if grid:
+            combos += [dict(zip(SWEEP_KEYS, values, strict=True)) for values in itertools.product(*(grid[k] for k in SWEEP_KEYS))]
     combos += list(sweep.get("include") or [])
     runs: dict[str, Run] = {}
     for combo in combos:
