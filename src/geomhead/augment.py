@@ -36,11 +36,13 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
+
+from geomhead.checks import dataclass_from_mapping
 
 __all__ = [
     "INTERPOLATIONS",
@@ -156,13 +158,7 @@ class AugmentConfig:
         Raises:
             ValueError: If ``d`` is not a mapping, has unknown keys, or a value is out of range.
         """
-        if not isinstance(d, Mapping):
-            raise ValueError(f"augmentation config must be a mapping, got {type(d).__name__}")
-        allowed = [f.name for f in fields(cls)]
-        unknown = sorted(str(k) for k in d if k not in allowed)
-        if unknown:
-            raise ValueError(f"unknown augmentation config keys {unknown}; allowed keys: {allowed}")
-        return cls(**dict(d))
+        return dataclass_from_mapping(cls, d, "augmentation config keys")
 
 
 @dataclass(frozen=True)

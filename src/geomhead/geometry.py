@@ -47,7 +47,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ from torch import Tensor, nn
 
 from geomhead import augment
 from geomhead.atomic import torch_load
+from geomhead.checks import dataclass_from_mapping
 from geomhead.cube import attrs, provenance
 from geomhead.data import ImageDataset, load_dataset
 from geomhead.degeneracy import (
@@ -197,15 +198,7 @@ class AnalysisSettings:
         Raises:
             ValueError: On unknown keys or bad values.
         """
-        if d is None:
-            return cls()
-        if not isinstance(d, Mapping):
-            raise ValueError(f"analysis settings must be a mapping, got {type(d).__name__}")
-        allowed = [f.name for f in fields(cls)]
-        unknown = sorted(str(k) for k in d if k not in allowed)
-        if unknown:
-            raise ValueError(f"unknown analysis settings {unknown}; allowed: {allowed}")
-        return cls(**dict(d))
+        return dataclass_from_mapping(cls, d, "analysis settings")
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values (lists for tuples), e.g. for JSON."""
