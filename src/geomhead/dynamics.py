@@ -10,14 +10,16 @@ of backbone, projector and predictor (momentum included).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 import xarray as xr
 
 from geomhead.cube import attrs, provenance
+from geomhead.metrics import condition_number, effective_rank
 from geomhead.model import GROUPS
 
 
@@ -62,18 +64,9 @@ class DynamicsRecord:
         )
 
 
-def _effective_rank(lam: np.ndarray) -> np.ndarray:
-    total = lam.sum(axis=-1, keepdims=True)
-    p = np.divide(lam, total, out=np.zeros_like(lam), where=total > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ent = -np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(axis=-1)
-    return np.exp(ent)
-
-
-def _condition(lam: np.ndarray) -> np.ndarray:
-    lo, hi = lam.min(axis=-1), lam.max(axis=-1)
-    with np.errstate(divide="ignore"):
-        return np.where(lo > 0, hi / np.where(lo > 0, lo, 1.0), np.inf)
+def _per_step(fn: Callable[[torch.Tensor], torch.Tensor], lam: np.ndarray) -> np.ndarray:
+    """Apply a batched spectrum summary of :mod:`geomhead.metrics` to ``(step, eig)`` eigenvalues."""
+    return fn(torch.from_numpy(lam)).numpy()
 
 
 def to_dataset(records: Sequence[DynamicsRecord], run: Mapping[str, Any], config: Mapping[str, Any], spectrum_samples: int) -> xr.Dataset:
@@ -115,18 +108,18 @@ def to_dataset(records: Sequence[DynamicsRecord], run: Mapping[str, Any], config
             ),
             "proj_effective_rank": (
                 step_dim,
-                _effective_rank(proj),
+                _per_step(effective_rank, proj),
                 attrs("effective rank exp(H(p)) of the projector-output covariance", "1"),
             ),
-            "z_effective_rank": (step_dim, _effective_rank(z), attrs("effective rank exp(H(p)) of the backbone covariance", "1")),
+            "z_effective_rank": (step_dim, _per_step(effective_rank, z), attrs("effective rank exp(H(p)) of the backbone covariance", "1")),
             "proj_condition_number": (
                 step_dim,
-                _condition(proj),
+                _per_step(condition_number, proj),
                 attrs("condition number lambda_max/lambda_min of the projector-output covariance", "1"),
             ),
             "z_condition_number": (
                 step_dim,
-                _condition(z),
+                _per_step(condition_number, z),
                 attrs("condition number lambda_max/lambda_min of the backbone covariance", "1"),
             ),
             "grad_norm": (

@@ -43,21 +43,21 @@ def covariance_spectrum(features: Tensor, normalize: bool = True) -> Tensor:
 
 
 def effective_rank(eigenvalues: Tensor) -> Tensor:
-    r"""Roy & Vetterli's effective rank :math:`\exp(-\sum_i p_i \log p_i)`, :math:`p = \lambda/\sum\lambda`."""
-    lam = eigenvalues.double().clamp_min(0.0)
-    total = lam.sum()
-    if total <= 0:
-        return torch.tensor(0.0, dtype=torch.float64)
-    p = lam / total
-    p = p[p > 0]
-    return torch.exp(-(p * p.log()).sum())
+    r"""Roy & Vetterli's effective rank :math:`\exp(-\sum_i p_i \log p_i)`, :math:`p = \lambda/\sum\lambda`,
+    along the last dim (0 where every eigenvalue is 0; negative ones count as 0)."""
+    lam = eigenvalues.clamp_min(0.0)
+    total = lam.sum(dim=-1, keepdim=True)
+    p = torch.where(total > 0, lam / torch.where(total > 0, total, torch.ones_like(total)), torch.zeros_like(lam))
+    plogp = torch.where(p > 0, p * torch.log(torch.where(p > 0, p, torch.ones_like(p))), torch.zeros_like(p))
+    return torch.where(total.squeeze(-1) > 0, torch.exp(-plogp.sum(dim=-1)), torch.zeros_like(total.squeeze(-1)))
 
 
 def condition_number(eigenvalues: Tensor) -> Tensor:
-    r""":math:`\lambda_{max}/\lambda_{min}` of the full spectrum; ``inf`` when the smallest is 0."""
-    lam = eigenvalues.double()
-    lo, hi = lam.min(), lam.max()
-    return hi / lo if lo > 0 else torch.tensor(float("inf"), dtype=torch.float64)
+    r""":math:`\lambda_{max}/\lambda_{min}` of the full spectrum along the last dim: ``inf`` when the smallest
+    is not positive, NaN when the largest is not (no spectrum to condition)."""
+    lo, hi = eigenvalues.amin(dim=-1), eigenvalues.amax(dim=-1)
+    ratio = torch.where(lo > 0, hi / torch.where(lo > 0, lo, torch.ones_like(lo)), torch.full_like(hi, torch.inf))
+    return torch.where(hi > 0, ratio, torch.full_like(hi, torch.nan))
 
 
 def grad_norm(params: Iterable[nn.Parameter]) -> float:

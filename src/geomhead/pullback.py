@@ -42,6 +42,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from geomhead.metrics import effective_rank
+
 __all__ = [
     "NORMALIZATIONS",
     "LayerJacobian",
@@ -196,15 +198,6 @@ def normalized_metric(metric: Tensor, jac: Tensor, h: Tensor) -> Tensor:
         raise ValueError("h has a zero row; its L2 normalisation is undefined there")
     g = torch.einsum("bk,bkd->bd", h, jac) / norm2.sqrt().unsqueeze(1)
     return (metric - g.unsqueeze(2) * g.unsqueeze(1)) / norm2.view(-1, 1, 1)
-
-
-def effective_rank(eigenvalues: Tensor) -> Tensor:
-    r"""Effective rank :math:`\exp(-\sum_i p_i \log p_i)`, :math:`p = \lambda/\sum\lambda`, along the last dim (0 if all zero)."""
-    lam = eigenvalues.clamp_min(0.0)
-    total = lam.sum(dim=-1, keepdim=True)
-    p = torch.where(total > 0, lam / torch.where(total > 0, total, torch.ones_like(total)), torch.zeros_like(lam))
-    plogp = torch.where(p > 0, p * torch.log(torch.where(p > 0, p, torch.ones_like(p))), torch.zeros_like(p))
-    return torch.where(total.squeeze(-1) > 0, torch.exp(-plogp.sum(dim=-1)), torch.zeros_like(total.squeeze(-1)))
 
 
 def numerical_rank(eigenvalues: Tensor, rtol: float = DEFAULT_RTOL) -> Tensor:

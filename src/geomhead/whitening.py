@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from geomhead.metrics import condition_number
 from geomhead.pullback import batched_jacobian
 
 __all__ = [
@@ -205,10 +206,7 @@ def covariance(x: Tensor) -> Tensor:
 
 
 def _condition(lam: Tensor) -> float:
-    lo, hi = float(lam.min()), float(lam.max())
-    if hi <= 0:
-        return float("nan")
-    return hi / lo if lo > 0 else float("inf")
+    return float(condition_number(lam))
 
 
 def whitening_report(weight: Tensor, loss_hessians: Tensor, z: Tensor, rank: int, *, basis: Tensor | None = None) -> WhiteningReport:
