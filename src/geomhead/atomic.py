@@ -13,9 +13,13 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @contextmanager
@@ -35,6 +39,7 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary files
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -43,12 +48,16 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
 
 def torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` atomically."""
+    import torch  # lazy: figure and metrics jobs import this module without needing torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
 
 def torch_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
     """``torch.load(..., weights_only=True)`` with a clear error for a missing file."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")

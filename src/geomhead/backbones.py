@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
 
 from geomhead.checks import positive_int
@@ -145,6 +144,8 @@ def resnet18_cifar(in_channels: int = 3) -> nn.Module:
         The ResNet, with attribute ``z_dim = 512``.
     """
     positive_int("in_channels", in_channels)
+    import torchvision  # lazy: importing torchvision costs ~1 s per job, and only this backbone needs it
+
     model = torchvision.models.resnet18(weights=None)
     model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
