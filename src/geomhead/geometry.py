@@ -73,10 +73,11 @@ from geomhead.degeneracy import (
 )
 from geomhead.losses import ssl_loss
 from geomhead.model import SSLModel
-from geomhead.orbits import PAPER_EPS, SPREAD_CONVENTIONS, orbit_metrics
+from geomhead.orbits import PAPER_EPS, SPREAD_CONVENTIONS, orbit_metrics, orbit_pca
 from geomhead.paths import CURVATURES, augmentation_path, path_curvatures
 from geomhead.probes import PROBES, probe_over_seeds, quarter_turns, rotation_split
 from geomhead.pullback import NORMALIZATIONS, head_layer_jacobians, spectrum
+from geomhead.selection import LOSS_NORMALIZATION
 from geomhead.train import load_model
 from geomhead.whitening import affine_jacobian, anchor_loss_hessians, range_basis, whitening_report
 
@@ -97,8 +98,6 @@ HEAD_INPUTS: tuple[str, ...] = ("raw", "normalized")
 TARGETS: tuple[str, ...] = ("rotation", "label")
 SPACES: tuple[str, ...] = ("z", "h")
 PARTS: tuple[str, ...] = ("load", "pullback", "degeneracy", "orbits", "paths", "probes", "whitening")
-LOSS_NORMALIZATION: dict[str, str] = {"simsiam": "l2", "byol": "l2", "ntxent": "l2", "infonce": "l2", "vicreg": "none", "barlow": "none"}
-"""What each loss sees of the head output: its L2 direction (cosine losses) or the raw vector (VICReg, Barlow Twins)."""
 _PURPOSES = {"noise": 1, "orbits": 2, "paths": 3, "probe_pool": 4, "probe": 5, "covariance": 6}
 _RUN_KEYS = ("loss", "activation", "depth", "batchnorm", "init", "lr", "seed")
 _TANGENT_UNITS = "per radian (angle), per image size (tx, ty), per unit log factor (log_scale, brightness, contrast, log_aspect), per unit noise amplitude (noise)"
@@ -407,8 +406,9 @@ def _slice_tangent(t: Tensor, head: str, layer: int, widths: Mapping[str, list[i
     return t[:, start : start + widths[head][layer]]
 
 
-def _orbits(run: _Run, s: AnalysisSettings) -> dict[tuple[str, str, str], Any]:
-    """Paper-convention orbit metrics of rotations (trained/untrained head, raw/normalised head input)."""
+def _orbits(run: _Run, s: AnalysisSettings) -> dict[str, Any]:
+    """Paper-convention orbit metrics of rotations (trained/untrained head, raw/normalised head input),
+    and the 2-component PCA of every orbit row in z and h for the orbit figure."""
     ds = run.dataset
     rng = _rng(s.seed, "orbits")
     classes = np.unique(np.linspace(0, ds.classes - 1, s.orbit_classes).astype(int))
@@ -427,16 +427,18 @@ def _orbits(run: _Run, s: AnalysisSettings) -> dict[tuple[str, str, str], Any]:
     z = z.reshape(-1, z.shape[-1])  # rows: class -> image -> angle
     ids = np.repeat(np.arange(len(chosen)), s.orbit_angles)
     labels = np.repeat(ds.y_test[np.asarray(chosen)], s.orbit_angles)
-    out = {}
+    z_np = z.cpu().numpy()
+    z_pca = orbit_pca(z_np)
+    metrics, pca = {}, {}
     for head_name, head in (("trained", run.trained), ("untrained", run.untrained)):
         for head_input in HEAD_INPUTS:
             with torch.no_grad():
-                h = head(z if head_input == "raw" else nn.functional.normalize(z, dim=1))
+                h = head(z if head_input == "raw" else nn.functional.normalize(z, dim=1)).cpu().numpy()
             for conv in SPREAD_CONVENTIONS:
-                out[head_name, head_input, conv] = orbit_metrics(
-                    z.cpu().numpy(), h.cpu().numpy(), ids, labels, spread=conv, eps=PAPER_EPS, normalize=True
-                )  # type: ignore[arg-type]
-    return out
+                metrics[head_name, head_input, conv] = orbit_metrics(z_np, h, ids, labels, spread=conv, eps=PAPER_EPS, normalize=True)  # type: ignore[arg-type]
+            pca[head_name, head_input, "z"], pca[head_name, head_input, "h"] = z_pca, orbit_pca(h)
+    angle_deg = np.tile(np.degrees(angles.numpy()), len(chosen))
+    return {"metrics": metrics, "pca": pca, "ids": ids, "labels": labels, "angles": angle_deg}
 
 
 def _paths(run: _Run, s: AnalysisSettings) -> dict[tuple[str, str], dict[str, dict[str, float]]]:
@@ -603,7 +605,7 @@ def _to_dataset(run: _Run, s: AnalysisSettings, parts: Mapping[str, Any], wall: 
         key: np.full((len(HEADS), n_hi, n_sp), np.nan) for key in ("d_intra", "d_intra_std", "d_inter", "d_inter_std", "ratio", "ratio_std")
     }
     compression = np.full((len(HEADS), n_hi, n_conv), np.nan)
-    for (head, head_input, conv), m in parts["orbits"].items():
+    for (head, head_input, conv), m in parts["orbits"]["metrics"].items():
         a, b, c = HEADS.index(head), HEAD_INPUTS.index(head_input), SPREAD_CONVENTIONS.index(conv)
         compression[a, b, c] = m.compression
         for sp, stats in (("z", m.z), ("h", m.h)):
@@ -611,6 +613,14 @@ def _to_dataset(run: _Run, s: AnalysisSettings, parts: Mapping[str, Any], wall: 
             spread[a, b, k, c], spread_std[a, b, k, c] = stats.spread, stats.spread_std
             for key in orbit:
                 orbit[key][a, b, k] = getattr(stats, key)
+
+    points = parts["orbits"]
+    n_points = len(points["ids"])
+    pca = np.full((len(HEADS), n_hi, n_sp, n_points, 2), np.nan)
+    pca_var = np.full((len(HEADS), n_hi, n_sp, 2), np.nan)
+    for (head, head_input, sp), (coords, explained) in points["pca"].items():
+        a, b, k = HEADS.index(head), HEAD_INPUTS.index(head_input), SPACES.index(sp)
+        pca[a, b, k, :, : coords.shape[1]], pca_var[a, b, k, : len(explained)] = coords, explained
 
     curv = np.full((len(HEADS), len(names), n_sp, len(CURVATURES)), np.nan)
     for (head, aug_name), per_space in parts["paths"].items():
@@ -714,6 +724,16 @@ def _to_dataset(run: _Run, s: AnalysisSettings, parts: Mapping[str, Any], wall: 
             compression,
             a_("orbit compression: spread_z / (spread_h + 1e-10)", "1"),
         ),
+        "orbit_pca": (
+            orbit_dims + ("orbit_point", "pc"),
+            pca,
+            a_("principal-component coordinates of the L2-normalised orbit rows (sklearn PCA, random_state 42)", "1"),
+        ),
+        "orbit_pca_explained": (
+            orbit_dims + ("pc",),
+            pca_var,
+            a_("fraction of the variance of the L2-normalised orbit rows explained by the component", "1"),
+        ),
         "path_curvature": (
             ("head", "augmentation", "space", "curvature"),
             curv,
@@ -800,6 +820,11 @@ def _to_dataset(run: _Run, s: AnalysisSettings, parts: Mapping[str, Any], wall: 
             list(SPREAD_CONVENTIONS),
             a_("orbit spread summed over dimensions (total, the paper's) or divided by the dimension (per_dim)", "1"),
         ),
+        "orbit_point": ("orbit_point", np.arange(n_points), a_("row of the orbit experiment: class -> image -> angle", "1")),
+        "orbit_id": ("orbit_point", np.asarray(points["ids"], dtype=np.int64), a_("orbit (test image) of the row", "1")),
+        "orbit_label": ("orbit_point", np.asarray(points["labels"], dtype=np.int64), a_("class of the row's image", "1")),
+        "orbit_angle": ("orbit_point", np.asarray(points["angles"], dtype=np.float64), a_("rotation angle of the row", "degree")),
+        "pc": ("pc", np.arange(2), a_("principal component (0 = largest variance)", "1")),
         "curvature": (
             "curvature",
             list(CURVATURES),

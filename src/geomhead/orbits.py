@@ -43,12 +43,14 @@ __all__ = [
     "OrbitMetrics",
     "OrbitStats",
     "orbit_metrics",
+    "orbit_pca",
     "orbit_stats",
     "paper_orbit_metrics",
 ]
 
 SPREAD_CONVENTIONS: tuple[str, ...] = ("total", "per_dim")
 PAPER_EPS: float = 1e-10
+PAPER_PCA_SEED: int = 42
 SpreadConvention = Literal["total", "per_dim"]
 
 
@@ -254,3 +256,28 @@ def orbit_metrics(
 def paper_orbit_metrics(z: ArrayLike, h: ArrayLike, orbit_ids: ArrayLike, labels: ArrayLike) -> OrbitMetrics:
     """The paper's exact convention: total spread, ``eps = 1e-10``, L2-normalised rows (PAPER §11)."""
     return orbit_metrics(z, h, orbit_ids, labels, spread="total", eps=PAPER_EPS, normalize=True)
+
+
+def orbit_pca(x: ArrayLike, n_components: int = 2, *, normalize: bool = True, seed: int = PAPER_PCA_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """PCA coordinates of orbit rows for the orbit figure (the paper: 2 components, ``random_state=42``,
+    on L2-normalised rows; PAPER §11).
+
+    Args:
+        x: ``(n, d)`` representations.
+        n_components: Number of principal components.
+        normalize: L2-normalise rows first.
+        seed: ``random_state`` of :class:`sklearn.decomposition.PCA`.
+
+    Returns:
+        ``(coords, explained)``: ``(n, n_components)`` coordinates and the fraction of variance each
+        component explains.
+    """
+    from sklearn.decomposition import PCA
+
+    rows = _as_rows("x", x)
+    if normalize:
+        rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), np.finfo(np.float64).tiny)
+    if not 1 <= n_components <= min(rows.shape):
+        raise ValueError(f"n_components must be in 1..{min(rows.shape)} for {rows.shape} rows, got {n_components}")
+    pca = PCA(n_components=n_components, random_state=seed)
+    return pca.fit_transform(rows), pca.explained_variance_ratio_
