@@ -23,21 +23,22 @@ except ConfigError as error:
 check_conda(workflow)
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/dynamics.smk"
 include: "workflow/rules/curvature.smk"
 include: "workflow/rules/analysis.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
         "results/dynamics.nc",
-        "results/metrics/dynamics.json",
-        "results/figures/collapse.png",
-        "results/figures/collapse.pdf",
         "results/curvature.nc",
         "results/geometry.nc",
-        "results/metrics/geometry.json",
+        rules.figures.input,
     default_target: True

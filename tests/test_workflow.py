@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
+from geomhead.figures import FIGURES
 from geomhead.workflow import CONDA_MESSAGE, conda_available
 from helpers import TINY, snakemake
 
@@ -43,15 +44,10 @@ def test_use_conda_without_conda_stops_with_one_line(tmp_path: Path) -> None:
 
 def test_tiny_chain_produces_labelled_cube_and_figures(tiny_workdir_results: Path) -> None:
     results = tiny_workdir_results / "results"
-    for name in (
-        "dynamics.nc",
-        "metrics/dynamics.json",
-        "figures/collapse.png",
-        "figures/collapse.pdf",
-        "data/digits.npz",
-        "geometry.nc",
-        "metrics/geometry.json",
-    ):
+    figures = [f"figures/{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")]
+    tables = [f"plots/{name}.csv" for name, figure in FIGURES.items() if figure.table]
+    for name in ("dynamics.nc", "curvature.nc", "geometry.nc", "data/digits.npz", "metrics.json", "claims.md", "claims.html",
+                 "configuration.html", *figures, *tables):  # fmt: skip
         assert (results / name).is_file(), name
     with xr.open_dataset(results / "dynamics.nc") as cube:
         assert cube.sizes["config"] == 5
@@ -119,8 +115,10 @@ def test_changing_curvature_settings_reruns_only_curvature(tiny_workdir_results:
     dry = snakemake(work, "--cores", "2", "-n")
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.count("rule curvature:") == 5 and "rule combine_curvature:" in dry.stdout
-    for other in ("pretrain", "analyze", "combine_dynamics", "combine_geometry"):
+    for other in ("pretrain", "analyze", "combine_dynamics", "combine_geometry", "figure_collapse", "figure_orbits", "configuration"):
         assert f"rule {other}:" not in dry.stdout, other
+    for downstream in ("figure_hessian", "figure_m_ratio", "claims", "metrics"):
+        assert f"rule {downstream}:" in dry.stdout, downstream
 
 
 def test_script_failures_are_written_to_the_rule_log(tmp_path: Path) -> None:

@@ -32,16 +32,3 @@ rule combine_geometry:
         "../envs/geomhead.yaml"
     script:
         "../scripts/combine_geometry.py"
-
-
-rule geometry_metrics:
-    input:
-        "results/geometry.nc",
-    output:
-        "results/metrics/geometry.json",
-    log:
-        "logs/geometry_metrics.log",
-    conda:
-        "../envs/geomhead.yaml"
-    script:
-        "../scripts/geometry_metrics.py"
