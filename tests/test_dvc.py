@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shutil
 import subprocess
@@ -11,6 +13,7 @@ import pytest
 import xarray as xr
 import yaml
 
+from geomhead.figures import FIGURES
 from helpers import BIN, ROOT, snakemake, tool_env
 
 GIT = ["git", "-c", "user.email=ci@geomhead", "-c", "user.name=geomhead-ci"]
@@ -49,7 +52,8 @@ def reproduced(clone: Path) -> Path:
 
 
 def test_repro_produces_what_snakemake_produces(reproduced: Path, tiny_workdir_results: Path) -> None:
-    for name in ("results/dynamics.nc", "results/metrics/dynamics.json", "results/figures/collapse.png", "dvc.lock"):
+    figures = [f"results/figures/{name}.png" for name in FIGURES]
+    for name in ("results/dynamics.nc", "results/metrics.json", "results/claims.md", "results/report.html", "dvc.lock", *figures):
         assert (reproduced / name).is_file(), name
     assert len(list((reproduced / "results" / "runs").glob("*/model.pt"))) == 5
     with (
@@ -71,15 +75,35 @@ def test_second_repro_does_nothing_and_snakemake_agrees(reproduced: Path) -> Non
     assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout
 
 
-def test_metrics_and_experiments(reproduced: Path) -> None:
+def test_metrics_and_plots_show_offline(reproduced: Path) -> None:
     metrics = json.loads(run([str(BIN / "dvc"), "metrics", "show", "--json"], reproduced).stdout)
-    assert "configs" in json.dumps(metrics)
+    text = json.dumps(metrics)
+    assert "std_ratio_final" in text and "orbit_compression" in text and "not_supported" in text
+    out = reproduced / "plots-html"
+    run([str(BIN / "dvc"), "plots", "show", "-o", str(out)], reproduced)
+    page = (out / "index.html").read_text()
+    for name in FIGURES:
+        assert f"{name}.png" in page, name
+    assert "normalised std" in page and "lambda_min(H_eff)" in page, "the two CSV plots are drawn"
+    errors = json.loads(run([str(BIN / "dvc"), "plots", "show", "--json"], reproduced).stdout).get("errors", [])
+    assert not errors, errors[:2]
+
+
+def test_dvc_yaml_declares_every_figure_as_a_plot() -> None:
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["report"]
+    declared = {next(iter(entry)) for entry in stage["plots"]}
+    assert declared == {f"results/figures/{name}.png" for name in FIGURES}
+
+
+def test_experiment_on_a_head_parameter_is_compared_by_exp_show(reproduced: Path) -> None:
     run([*GIT, "add", "-A"], reproduced)
     run([*GIT, "commit", "-qm", "lock"], reproduced)
-    run([str(BIN / "dvc"), "exp", "run", "-S", "train.steps=16"], reproduced)
-    shown = run([str(BIN / "dvc"), "exp", "show", "--csv"], reproduced).stdout
-    assert "train.steps" in shown.splitlines()[0]
-    steps = [line.split(",")[shown.splitlines()[0].split(",").index("train.steps")] for line in shown.splitlines()[1:]]
-    assert {"16", "24"} <= set(steps), shown
-    with xr.open_dataset(reproduced / "results" / "dynamics.nc") as cube:
-        assert int(cube["step"].max()) == 16
+    run([str(BIN / "dvc"), "exp", "run", "-S", "model.head_hidden=16"], reproduced)
+    rows = list(csv.DictReader(io.StringIO(run([str(BIN / "dvc"), "exp", "show", "--csv"], reproduced).stdout)))
+    column = "configs.simsiam-swish-d2-bn0-collapsed-lr0.05-s0.std_ratio_final"
+    assert column in rows[0] and "model.head_hidden" in rows[0], list(rows[0])[:20]
+    by_width = {row["model.head_hidden"]: row[column] for row in rows if row[column]}
+    assert {"16", "32"} <= set(by_width), by_width
+    assert by_width["16"] != by_width["32"], "the experiment's metrics differ from the baseline's"
+    with xr.open_dataset(reproduced / "results" / "curvature.nc") as cube:
+        assert json.loads(cube.attrs["params_json"])["model"]["head_hidden"] == 16
