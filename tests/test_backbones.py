@@ -162,7 +162,7 @@ def test_same_seed_same_weights(name: str) -> None:
         assert torch.equal(va, vb)
     torch.manual_seed(8)
     c = build_backbone(name, shape, z_dim, 8)
-    assert not all(torch.equal(va, vc) for va, vc in zip(a.state_dict().values(), c.state_dict().values()))
+    assert not all(torch.equal(va, vc) for va, vc in zip(a.state_dict().values(), c.state_dict().values(), strict=True))
 
 
 def test_unknown_backbone_names_allowed_values() -> None:

@@ -37,7 +37,7 @@ def _randn(*shape: int, seed: int, scale: float = 1.0, dtype: torch.dtype = F64)
 
 def _cos_loop(a: np.ndarray, b: np.ndarray) -> float:
     """Cosine of two vectors by explicit sums."""
-    dot = sum(float(x) * float(y) for x, y in zip(a, b))
+    dot = sum(float(x) * float(y) for x, y in zip(a, b, strict=True))
     na = math.sqrt(sum(float(x) ** 2 for x in a))
     nb = math.sqrt(sum(float(y) ** 2 for y in b))
     return dot / (na * nb)
