@@ -262,6 +262,8 @@ def test_only_gpu_rules_ask_slurm_for_a_gpu(slurm_tiny: SlurmRun) -> None:
         assert rule, sub.comment
         by_rule.setdefault(rule.group(1), []).append(sub)
     assert all(len(by_rule[rule]) == 5 for rule in gpus) and len(by_rule) > len(gpus), sorted(by_rule)  # one per run
+    local = [rule for rule in by_rule if rule.startswith("figure") or rule in ("claims", "metrics", "configuration")]
+    assert not local, f"figures, claims and metrics run on the submitting node: {local}"
     for rule, subs in by_rule.items():
         for sub in subs:
             wanted = gpus.get(rule, 0)

@@ -1,6 +1,7 @@
 # Figures (one rule per entry of geomhead.figures.FIGURES), the claims table and the DVC metrics.
 # All of them read only the combined cubes; `snakemake --report results/report.html` collects the
 # figures (with the captions in workflow/report/) and the claims into one self-contained page.
+# They take seconds, so on a cluster they run on the submitting node (localrule) instead of queueing.
 from geomhead.figures import FIGURES
 
 CUBES = {cube: f"results/{cube}.nc" for cube in ("dynamics", "curvature", "geometry")}
@@ -24,6 +25,7 @@ for _name, _figure in FIGURES.items():
             ),
             pdf=f"results/figures/{_name}.pdf",
             **({"table": f"results/plots/{_name}.csv"} if _figure.table else {}),
+        localrule: True
         params:
             name=_name,
         log:
@@ -35,6 +37,7 @@ for _name, _figure in FIGURES.items():
 
 
 rule claims:
+    localrule: True
     input:
         **CUBES,
     output:
@@ -49,6 +52,7 @@ rule claims:
 
 
 rule configuration:
+    localrule: True
     input:
         CUBES["dynamics"],
     output:
@@ -62,6 +66,7 @@ rule configuration:
 
 
 rule metrics:
+    localrule: True
     input:
         **CUBES,
     output:
