@@ -85,3 +85,12 @@ def test_draw_names_what_is_missing(cubes: dict[str, xr.Dataset]) -> None:
         draw("nope", cubes)
     with pytest.raises(KeyError, match="missing \\['curvature'\\]"):
         draw("hessian", {"dynamics": cubes["dynamics"]})
+
+
+def test_a_cube_from_an_older_version_is_named_with_the_fix(tiny_workdir_results: Path, tmp_path: Path) -> None:
+    old = tmp_path / "geometry.nc"
+    with xr.open_dataset(tiny_workdir_results / "results" / "geometry.nc") as cube:
+        cube.drop_vars(["orbit_pca", "orbit_pca_explained"]).to_netcdf(old)
+    with pytest.raises(ValueError, match=r"geometry.nc: No variable named 'orbit_pca'.*older geomhead.*forcerun"):
+        render("orbits", {"geometry": old}, tmp_path / "o.png", tmp_path / "o.pdf")
+    assert not (tmp_path / "o.png").exists(), "a failed figure leaves no file that looks finished"

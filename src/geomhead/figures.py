@@ -643,7 +643,14 @@ def render(name: str, inputs: Mapping[str, str | Path], png: str | Path, pdf: st
 
     opened = {key: xr.open_dataset(path) for key, path in inputs.items()}
     try:
-        fig, frame = draw(name, opened)
+        try:
+            fig, frame = draw(name, opened)
+        except KeyError as error:
+            files = ", ".join(str(p) for p in inputs.values())
+            raise ValueError(
+                f"figure {name!r} cannot read {files}: {error.args[0]} A cube written by an older geomhead lacks "
+                "newer variables: rerun the rules that write it (snakemake --forcerun analyze curvature pretrain ...)"
+            ) from error
         save(fig, png, pdf)
         if table is not None:
             if frame is None:
