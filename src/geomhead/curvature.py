@@ -139,8 +139,6 @@ class LayerCurvature:
         terms: Term name → :class:`TermCurvature`.
         loss_value: The mean loss over the evaluated rows (this reading's loss).
         rho_norm: (n_rows,) ‖∇_h ℓ‖ per row (the gradient of n·L w.r.t. that row of the loss input).
-        m_ratio: ‖M‖_F/‖H_eff‖_F of the batch operator (NaN when not known exactly).
-        m_spectral_ratio: max|λ(M)|/max|λ(H_eff)| from the computed extremes.
         paper: The paper's 20-step float32 estimator on this layer's ambient H_eff, or None.
         wall_time_s: Wall time of the whole layer.
     """
@@ -153,10 +151,20 @@ class LayerCurvature:
     terms: dict[str, TermCurvature]
     loss_value: float
     rho_norm: Tensor
-    m_ratio: float
-    m_spectral_ratio: float
     paper: PowerIterationEstimate | None
     wall_time_s: float
+
+    @property
+    def m_ratio(self) -> float:
+        """‖M‖_F/‖H_eff‖_F of the batch operator (NaN when the norms are not known exactly)."""
+        fro_h, fro_m = self.terms["H_eff"].frobenius, self.terms["M"].frobenius
+        return fro_m / fro_h if fro_h > 0 else float("nan")
+
+    @property
+    def m_spectral_ratio(self) -> float:
+        """max|λ(M)|/max|λ(H_eff)| from the computed spectrum ends."""
+        top = _max_abs(self.terms["H_eff"])
+        return _max_abs(self.terms["M"]) / top if top > 0 else float("nan")
 
 
 # ----- validation ----------------------------------------------------------------------------------------
@@ -406,7 +414,6 @@ def _per_sample_layer(
     if h_l is None:
         h_l = _loss_hessian_term(blocks.loss, opts)
     terms["H_L"] = h_l
-    fro_h, fro_m = terms["H_eff"].frobenius, terms["M"].frobenius
     paper = _paper_estimate(problem, layer, reading, opts) if layer in opts.paper_layers and reading == "ambient" else None
     result = LayerCurvature(
         layer=problem.projector.layer_names[layer],
@@ -417,8 +424,6 @@ def _per_sample_layer(
         terms=terms,
         loss_value=float(blocks.loss.value.mean()),
         rho_norm=torch.linalg.vector_norm(blocks.loss.rho, dim=1),
-        m_ratio=fro_m / fro_h if fro_h > 0 else float("nan"),
-        m_spectral_ratio=_max_abs(terms["M"]) / _max_abs(terms["H_eff"]) if _max_abs(terms["H_eff"]) > 0 else float("nan"),
         paper=paper,
         wall_time_s=time.perf_counter() - start,
     )
@@ -563,7 +568,6 @@ def _coupled_layer(
             scale=_max_abs(terms["H_eff"]),
         )
     terms["H_L"] = h_l if h_l is not None else _solve_term(op, "H_L", opts, 0.0)
-    fro_h, fro_m = terms["H_eff"].frobenius, terms["M"].frobenius
     rho = op.rho.reshape(-1, op.rho.shape[-1])
     paper = _paper_estimate(problem, layer, reading, opts) if layer in opts.paper_layers and reading == "ambient" else None
     result = LayerCurvature(
@@ -575,8 +579,6 @@ def _coupled_layer(
         terms=terms,
         loss_value=op.loss_value / problem.z1.shape[0],
         rho_norm=torch.linalg.vector_norm(rho, dim=1),
-        m_ratio=fro_m / fro_h if fro_h > 0 else float("nan"),
-        m_spectral_ratio=_max_abs(terms["M"]) / _max_abs(terms["H_eff"]) if _max_abs(terms["H_eff"]) > 0 else float("nan"),
         paper=paper,
         wall_time_s=time.perf_counter() - start,
     )
