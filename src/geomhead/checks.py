@@ -9,6 +9,18 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def float_tensor(name: str, value: object, ndim: int) -> Any:
+    """Return ``value`` if it is a floating torch tensor with ``ndim`` dims, else raise a ValueError naming it."""
+    from torch import Tensor  # lazy: the rest of this module serves torch-free callers too
+
+    if not isinstance(value, Tensor) or value.ndim != ndim or not value.is_floating_point():
+        raise ValueError(
+            f"{name} must be a floating tensor with {ndim} dims, got {type(value).__name__} "
+            f"{getattr(value, 'dtype', '')} {tuple(getattr(value, 'shape', ()))}"
+        )
+    return value
+
+
 def positive_int(name: str, value: object) -> int:
     """Return ``value`` if it is a positive int (bools excluded), else raise a ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

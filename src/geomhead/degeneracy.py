@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from geomhead import augment
+from geomhead.checks import float_tensor
 
 __all__ = [
     "REFERENCES",
@@ -57,15 +58,6 @@ __all__ = [
 
 REFERENCES: tuple[str, ...] = ("random", "principal")
 """Reference directions of the degeneracy index."""
-
-
-def _check(name: str, value: object, ndim: int) -> Tensor:
-    if not isinstance(value, Tensor) or value.ndim != ndim or not value.is_floating_point():
-        raise ValueError(
-            f"{name} must be a floating tensor with {ndim} dims, got {type(value).__name__} "
-            f"{getattr(value, 'dtype', '')} {tuple(getattr(value, 'shape', ()))}"
-        )
-    return value
 
 
 def augmentation_tangents(
@@ -108,8 +100,8 @@ def augmentation_tangents(
 
 def rayleigh_quotient(jac: Tensor, v: Tensor) -> Tensor:
     r""":math:`q(v) = \|J v\|^2 / \|v\|^2` per point: ``jac (B, k, d)``, ``v (B, d)`` → ``(B,)``; NaN where ``v = 0``."""
-    _check("jac", jac, 3)
-    _check("v", v, 2)
+    float_tensor("jac", jac, 3)
+    float_tensor("v", v, 2)
     if v.shape != (jac.shape[0], jac.shape[2]):
         raise ValueError(f"v must have shape {(jac.shape[0], jac.shape[2])} to match jac {tuple(jac.shape)}, got {tuple(v.shape)}")
     num = torch.einsum("bkd,bd->bk", jac, v).square().sum(dim=1)
@@ -119,7 +111,7 @@ def rayleigh_quotient(jac: Tensor, v: Tensor) -> Tensor:
 
 def isotropic_reference(jac: Tensor) -> Tensor:
     r"""Mean Rayleigh quotient over isotropic random directions, exactly :math:`\mathrm{tr}(J^\top J)/d = \|J\|_F^2/d`."""
-    _check("jac", jac, 3)
+    float_tensor("jac", jac, 3)
     return jac.square().sum(dim=(1, 2)) / jac.shape[2]
 
 
@@ -129,7 +121,7 @@ def sampled_reference(jac: Tensor, n: int, generator: torch.Generator) -> Tensor
     Raises:
         ValueError: If ``n`` is not a positive int.
     """
-    _check("jac", jac, 3)
+    float_tensor("jac", jac, 3)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
     b, _, d = jac.shape
@@ -144,7 +136,7 @@ def principal_directions(reps: Tensor, m: int) -> Tensor:
     Raises:
         ValueError: If ``m`` is not in ``[1, min(n - 1, d)]``.
     """
-    _check("reps", reps, 2)
+    float_tensor("reps", reps, 2)
     n, d = reps.shape
     if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= min(n - 1, d):
         raise ValueError(f"m must be an int in [1, {min(n - 1, d)}] for {n} representations of dim {d}, got {m!r}")
@@ -156,8 +148,8 @@ def principal_directions(reps: Tensor, m: int) -> Tensor:
 
 def direction_reference(jac: Tensor, directions: Tensor) -> Tensor:
     r"""Mean Rayleigh quotient over fixed directions ``(m, d)`` (shared by all points): :math:`\frac1m\sum_j q(u_j)`."""
-    _check("jac", jac, 3)
-    _check("directions", directions, 2)
+    float_tensor("jac", jac, 3)
+    float_tensor("directions", directions, 2)
     if directions.shape[1] != jac.shape[2]:
         raise ValueError(f"directions must have {jac.shape[2]} columns to match jac {tuple(jac.shape)}, got {tuple(directions.shape)}")
     num = torch.einsum("bkd,md->bmk", jac, directions).square().sum(dim=2)
@@ -178,7 +170,7 @@ def spectrum_position(eigenvalues: Tensor, q: Tensor, *, rtol: float = 1e-10) ->
     The tolerance keeps a tangent in the null space (``q`` zero up to rounding) at position 0 instead
     of above the numerically zero eigenvalues. NaN where ``q`` is NaN.
     """
-    _check("eigenvalues", eigenvalues, 2)
+    float_tensor("eigenvalues", eigenvalues, 2)
     if not isinstance(q, Tensor) or q.shape != eigenvalues.shape[:1]:
         raise ValueError(f"q must have shape {tuple(eigenvalues.shape[:1])}, got {tuple(getattr(q, 'shape', ()))}")
     if not 0.0 <= rtol < 1.0:

@@ -42,6 +42,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from geomhead.checks import float_tensor
 from geomhead.metrics import effective_rank
 
 __all__ = [
@@ -88,15 +89,6 @@ class MetricSpectrum:
     trace: Tensor
 
 
-def _check_matrix_batch(name: str, value: object, ndim: int) -> Tensor:
-    if not isinstance(value, Tensor) or value.ndim != ndim or not value.is_floating_point():
-        raise ValueError(
-            f"{name} must be a floating tensor with {ndim} dims, got {type(value).__name__} "
-            f"{getattr(value, 'dtype', '')} {tuple(getattr(value, 'shape', ()))}"
-        )
-    return value
-
-
 def batched_jacobian(fn: Callable[[Tensor], Tensor], x: Tensor, *, mode: JacobianMode = "auto") -> Tensor:
     r"""Per-sample Jacobians :math:`J_b = \partial\,\mathrm{fn}(x)_b / \partial x_b` of a row-wise map.
 
@@ -115,7 +107,7 @@ def batched_jacobian(fn: Callable[[Tensor], Tensor], x: Tensor, *, mode: Jacobia
     Raises:
         ValueError: On a bad ``x`` or ``mode``.
     """
-    _check_matrix_batch("x", x, 2)
+    float_tensor("x", x, 2)
     if mode not in ("auto", "forward", "reverse"):
         raise ValueError(f"mode must be 'auto', 'forward' or 'reverse', got {mode!r}")
 
@@ -146,8 +138,8 @@ def normalized_jacobian(jac: Tensor, h: Tensor) -> Tensor:
     Raises:
         ValueError: On mismatched shapes or a zero ``h``.
     """
-    _check_matrix_batch("jac", jac, 3)
-    _check_matrix_batch("h", h, 2)
+    float_tensor("jac", jac, 3)
+    float_tensor("h", h, 2)
     if h.shape != jac.shape[:2]:
         raise ValueError(f"h must have shape {tuple(jac.shape[:2])} to match jac {tuple(jac.shape)}, got {tuple(h.shape)}")
     norm = torch.linalg.vector_norm(h, dim=1, keepdim=True)
@@ -165,7 +157,7 @@ def _constant(batch: Tensor) -> bool:
 
 def pullback_metric(jac: Tensor) -> Tensor:
     r""":math:`G = J^\top J` per point, ``(B, k, d) -> (B, d, d)`` (computed once when all Jacobians are equal)."""
-    _check_matrix_batch("jac", jac, 3)
+    float_tensor("jac", jac, 3)
     if _constant(jac):
         return (jac[:1].transpose(1, 2) @ jac[:1]).expand(jac.shape[0], -1, -1)
     return jac.transpose(1, 2) @ jac
@@ -188,9 +180,9 @@ def normalized_metric(metric: Tensor, jac: Tensor, h: Tensor) -> Tensor:
     Raises:
         ValueError: On mismatched shapes or a zero ``h``.
     """
-    _check_matrix_batch("metric", metric, 3)
-    _check_matrix_batch("jac", jac, 3)
-    _check_matrix_batch("h", h, 2)
+    float_tensor("metric", metric, 3)
+    float_tensor("jac", jac, 3)
+    float_tensor("h", h, 2)
     if h.shape != jac.shape[:2] or metric.shape != (jac.shape[0], jac.shape[2], jac.shape[2]):
         raise ValueError(f"need metric (B, d, d), jac (B, k, d), h (B, k); got {tuple(metric.shape)}, {tuple(jac.shape)}, {tuple(h.shape)}")
     norm2 = h.square().sum(dim=1)
@@ -227,7 +219,7 @@ def spectrum(metric: Tensor, *, rtol: float = DEFAULT_RTOL) -> MetricSpectrum:
     Raises:
         ValueError: On a bad ``metric`` or ``rtol``.
     """
-    _check_matrix_batch("metric", metric, 3)
+    float_tensor("metric", metric, 3)
     if metric.shape[1] != metric.shape[2]:
         raise ValueError(f"metric must be a batch of square matrices, got shape {tuple(metric.shape)}")
     if not 0.0 <= rtol < 1.0:
@@ -258,7 +250,7 @@ def metric_spectrum(jac: Tensor, *, rtol: float = DEFAULT_RTOL) -> MetricSpectru
     Raises:
         ValueError: On a bad ``jac`` or ``rtol``.
     """
-    _check_matrix_batch("jac", jac, 3)
+    float_tensor("jac", jac, 3)
     b, k, d = jac.shape
     if k >= d:
         return spectrum(pullback_metric(jac), rtol=rtol)
