@@ -70,6 +70,13 @@ def test_dataset_format(analysed: dict[str, xr.Dataset]) -> None:
     for name in ("metric_effective_rank", "degeneracy", "spectrum_position", "orbit_compression", "path_curvature", "probe_accuracy"):
         assert ds[name].notnull().all(), name
     assert ((ds["spectrum_position"] >= 0) & (ds["spectrum_position"] < 1)).all()
+    # orbit PCA rows: class -> image -> angle, as the orbit metrics see them; z's PCA is shared by both heads
+    n_points = 3 * 2 * 6  # analysis settings above: orbit_classes 3, orbit_images 2, orbit_angles 6
+    assert ds.sizes["orbit_point"] == n_points and ds["orbit_pca"].notnull().all()
+    assert list(ds["orbit_id"].values) == [i // 6 for i in range(n_points)]
+    np.testing.assert_allclose(ds["orbit_angle"].values[:6], [0.0, 60.0, 120.0, 180.0, 240.0, 300.0], rtol=1e-12)
+    pca_z = ds["orbit_pca"].sel(space="z", head_input="normalized")
+    np.testing.assert_array_equal(pca_z.sel(head="trained").values, pca_z.sel(head="untrained").values)
     assert ds["whitening_metric_condition"].isnull() and ds["whitening_heff_eigenvalue"].isnull().all()  # not a linear head
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from geomhead.orbits import PAPER_EPS, orbit_metrics, orbit_stats, paper_orbit_metrics
+from geomhead.orbits import PAPER_EPS, orbit_metrics, orbit_pca, orbit_stats, paper_orbit_metrics
 
 # Two orbits of two points each, one per class (rows not normalised):
 #   orbit 0 (class 0): (1, 0), (3, 0)  centroid (2, 0)  spread mean(1, 1) = 1  intra distance 2
@@ -96,3 +96,20 @@ def test_bad_inputs_raise() -> None:
         orbit_stats(np.zeros((4, 2)), IDS, LABELS)
     with pytest.raises(ValueError, match="same number of rows"):
         orbit_metrics(Z, Z[:3], IDS, LABELS)
+
+
+def test_orbit_pca_is_sklearn_pca_of_the_normalised_rows() -> None:
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(30, 6)) * np.array([5.0, 3.0, 1.0, 0.5, 0.2, 0.1]) + 2.0
+    coords, explained = orbit_pca(x)
+    rows = x / np.linalg.norm(x, axis=1, keepdims=True)
+    expected = PCA(n_components=2, random_state=42).fit(rows)
+    np.testing.assert_allclose(coords, expected.transform(rows), atol=1e-12)
+    np.testing.assert_allclose(explained, expected.explained_variance_ratio_, rtol=1e-12)
+    assert explained[0] >= explained[1] and explained.sum() <= 1.0
+    raw, _ = orbit_pca(x, normalize=False)
+    assert not np.allclose(np.abs(raw), np.abs(coords)), "normalize=False projects the raw rows"
+    with pytest.raises(ValueError, match="n_components must be in 1..6"):
+        orbit_pca(x, n_components=7)

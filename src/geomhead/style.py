@@ -19,6 +19,7 @@ __all__ = [
     "INIT_STYLES",
     "TERM_COLORS",
     "band",
+    "color",
     "empty_panel",
     "legend_below",
     "plain_log",
